@@ -27,11 +27,11 @@ def template_dir():
     raise FileNotFoundError("alertscale templates not found; set ALERTSCALE_TEMPLATES to the source tree")
 
 
-def utc_offsets(zone):
-    """[(unix time, offset seconds)] from the start of TZ_YEARS, one entry per change."""
+def utc_offsets(zone, years=TZ_YEARS):
+    """[(unix time, offset seconds)] from the start of `years`, one entry per change."""
     tz = ZoneInfo(zone)
-    t = datetime(TZ_YEARS.start, 1, 1, tzinfo=timezone.utc)
-    end = datetime(TZ_YEARS.stop, 1, 1, tzinfo=timezone.utc)
+    t = datetime(years.start, 1, 1, tzinfo=timezone.utc)
+    end = datetime(years.stop, 1, 1, tzinfo=timezone.utc)
     offset = lambda when: int(when.astimezone(tz).utcoffset().total_seconds())
     changes = [(int(t.timestamp()), offset(t))]
     while t < end:
@@ -46,9 +46,9 @@ def utc_offsets(zone):
     return changes
 
 
-def offset_expr(zone):
+def offset_expr(zone, years=TZ_YEARS):
     """A PromQL scalar expression: the zone's UTC offset in seconds at time()."""
-    changes = utc_offsets(zone)
+    changes = utc_offsets(zone, years)
     terms = [str(changes[0][1])]
     for (_, before), (when, after) in zip(changes, changes[1:]):
         terms.append(f"{after - before} * (time() >= bool {when})")
@@ -60,7 +60,7 @@ def weekdays(days):
     return sorted(WEEKDAY[d] for d in days)
 
 
-def context(config, haproxy_servers=None):
+def context(config, haproxy_servers=None, tz_years=TZ_YEARS):
     hours = config["autoscaler"]["business_hours"]
     listen_port = config["autoscaler"]["listen"].rsplit(":", 1)[1]
     return {
@@ -73,8 +73,8 @@ def context(config, haproxy_servers=None):
         "webhook_url": f"http://127.0.0.1:{listen_port}/alerts",
         "alertscale_target": f"127.0.0.1:{listen_port}",
         "token_file": cfg.token_file(config),
-        "tz_offset": offset_expr(hours["timezone"]),
-        "tz_until": TZ_YEARS.stop,
+        "tz_offset": offset_expr(hours["timezone"], tz_years),
+        "tz_until": tz_years.stop,
         "open_from": cfg.minutes(hours["start"]),
         "open_until": cfg.minutes(hours["end"]),
         "open_days": weekdays(hours["days"]),
@@ -94,11 +94,11 @@ def render_haproxy(config, haproxy_servers=None):
     return environment().get_template("haproxy/haproxy.cfg.j2").render(context(config, haproxy_servers))
 
 
-def render(config, out_dir):
+def render(config, out_dir, tz_years=TZ_YEARS):
     """Write every control-server file into out_dir; return the paths written."""
     out = Path(out_dir)
     (out / "rules").mkdir(parents=True, exist_ok=True)
-    env, ctx = environment(), context(config)
+    env, ctx = environment(), context(config, tz_years=tz_years)
     written = []
     for template, target in [("prometheus/prometheus.yml.j2", "prometheus.yml"),
                              ("rules/services.rules.yml.j2", "rules/services.rules.yml"),
