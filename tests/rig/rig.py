@@ -54,14 +54,14 @@ def spawn(name, argv, env=None):
 
 
 def stop(name, timeout=10):
-    """Stop a process started by spawn(), by its pid: TERM, then KILL."""
+    """Stop a process started by spawn(), and its children, by its pid (= its process group): TERM, then KILL."""
     pid_file = RUN / "pids" / name
     if not pid_file.exists():
         return
     pid = int(pid_file.read_text())
     pid_file.unlink()
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -74,7 +74,7 @@ def stop(name, timeout=10):
                 return
         time.sleep(0.1)
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -204,8 +204,8 @@ def config_for(n, **overrides):
     return config
 
 
-def control_up(config, name="rig"):
-    """Render config, start HAProxy, Prometheus, Alertmanager and alertscale; return the paths."""
+def control_up(config, name="rig", pipeline=True):
+    """Render config, start HAProxy, alertscale and (with pipeline) Prometheus and Alertmanager."""
     out = RUN / name
     out.mkdir(parents=True, exist_ok=True)
     config = dict(config)
@@ -216,22 +216,33 @@ def control_up(config, name="rig"):
     sh(BIN / "alertscale", "render", "-c", config_path, "-o", out)
     token = sh(BIN / "alertscale", "token", "-c", config_path).stdout.strip()
     spawn("haproxy", ["haproxy", "-db", "-f", out / "haproxy.cfg"])
+    spawn("alertscale", [BIN / "alertscale", "serve", "-c", config_path])
+    wait_for("alertscale", lambda: requests.get("http://127.0.0.1:8000/", timeout=1).ok)
+    if pipeline:
+        pipeline_up(out)
+    return {"config": config_path, "out": out, "token": token}
+
+
+def pipeline_up(out):
     spawn("alertmanager", ["prometheus-alertmanager", f"--config.file={out / 'alertmanager.yml'}",
                            f"--storage.path={DATA / 'alertmanager'}", "--web.listen-address=127.0.0.1:9093",
                            "--cluster.listen-address="])
     spawn("prometheus", ["prometheus", f"--config.file={out / 'prometheus.yml'}",
                          f"--storage.tsdb.path={DATA / 'prometheus'}", "--web.listen-address=127.0.0.1:9090",
                          "--storage.tsdb.retention.time=7d"])
-    spawn("alertscale", [BIN / "alertscale", "serve", "-c", config_path])
-    wait_for("alertscale", lambda: requests.get("http://127.0.0.1:8000/", timeout=1).ok)
     wait_for("prometheus", lambda: requests.get("http://127.0.0.1:9090/-/ready", timeout=1).ok)
     wait_for("alertmanager", lambda: requests.get("http://127.0.0.1:9093/-/ready", timeout=1).ok)
-    return {"config": config_path, "out": out, "token": token}
 
 
 def control_down():
+    """Stop the control plane and remove every replica, for a fresh start."""
     for name in ("alertscale", "prometheus", "alertmanager", "haproxy"):
         stop(name)
+    for pid_file in sorted((RUN / "pids").glob("*-dockerd")) if (RUN / "pids").exists() else []:
+        server = pid_file.name[:-len("-dockerd")]
+        ids = docker(server, "ps", "-aq", "--filter", "label=alertscale.service", check=False).stdout.split()
+        if ids:
+            docker(server, "rm", "-f", *ids, check=False)
     for d in ("prometheus", "alertmanager"):
         shutil.rmtree(DATA / d, ignore_errors=True)
     shutil.rmtree(Path(config_for(1)["autoscaler"]["state_dir"]), ignore_errors=True)
@@ -252,7 +263,19 @@ def down():
         stop(name, timeout=20)
     for line in sh("ip", "netns", "list", check=False).stdout.splitlines():
         if line.startswith("srv"):
-            sh("ip", "netns", "del", line.split()[0], check=False)
+            server = line.split()[0]
+            # Anything still inside a rig namespace is the rig's own (an ssh session, say).
+            for pid in sh("ip", "netns", "pids", server, check=False).stdout.split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            sh("ip", "netns", "del", server, check=False)
+    # A namespace can outlive `ip netns del` for a while; its veth end here goes with the pair.
+    for line in sh("ip", "-o", "link", "show", check=False).stdout.splitlines():
+        name = line.split(":")[1].strip().split("@")[0]
+        if name.startswith("veth-srv"):
+            sh("ip", "link", "del", name, check=False)
     sh("ip", "link", "del", "rig0", check=False)
 
 

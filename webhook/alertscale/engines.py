@@ -1,4 +1,5 @@
 """The Docker engines of the servers: one client each (unix, tcp+TLS, or ssh through an OpenSSH socket forward)."""
+import atexit
 import ipaddress
 import logging
 import os
@@ -79,6 +80,7 @@ class Engines:
         self.errors = {}
         self.locks = {name: threading.Lock() for name in self.servers}
         self.pool = ThreadPoolExecutor(max(4, len(servers)))
+        atexit.register(self.close)  # no ssh forward outlives the process
 
     def client(self, name):
         """The DockerClient of a server; raises EngineUnreachable."""
