@@ -237,3 +237,19 @@ def test_openapi_lists_every_endpoint(control):
             "/servers", "/events", "/config/reload", "/metrics", "/alerts"} <= paths
     assert c.get("/").json()["status"] == "ok"
     assert c.get("/events?limit=0").status_code == 400
+
+
+def test_a_replica_failing_its_health_check_is_replaced(control):
+    c = control()
+    victim = c.get("/services/ollama/stats").json()["replicas"][0]
+    rig.docker(victim["server"], "exec", victim["name"], "/bin/busybox", "rm", "/www/api/tags")
+    # HAProxy marks it DOWN within two checks (2 s); three reconcile passes (10 s) later it is replaced.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        names = [r["name"] for r in c.get("/services/ollama/stats").json()["replicas"]]
+        if names and victim["name"] not in names:
+            break
+        time.sleep(1)
+    c.wait_replicas("ollama", 1)
+    event = next(e for e in c.events(service="ollama") if e["action"] == "remove_dead")
+    assert event["container"] == victim["name"] and "DOWN in HAProxy" in event["reason"]

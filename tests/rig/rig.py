@@ -134,6 +134,23 @@ def demo_image_tar():
     return buf.getvalue()
 
 
+def start_dockerd(i):
+    name = f"srv{i}"
+    spawn(f"{name}-dockerd", in_ns(name, "dockerd", "--host", f"unix://{docker_sock(name)}",
+                                   "--data-root", DATA / name / "docker", "--exec-root", RUN / name / "exec",
+                                   "--pidfile", RUN / name / "docker.pid", "--cgroup-parent", name,
+                                   "--bip", f"172.31.{i}.1/24"))
+
+
+def restart_dockerd(i):
+    """Start a server's engine again after a test killed it; wait until it answers."""
+    name = f"srv{i}"
+    stop(f"{name}-dockerd")
+    (RUN / name / "docker.pid").unlink(missing_ok=True)
+    start_dockerd(i)
+    wait_for(f"{name} dockerd", lambda: docker(name, "info", check=False).returncode == 0)
+
+
 def server_up(i):
     name, addr = f"srv{i}", address(i)
     run, data = RUN / name, DATA / name
@@ -144,10 +161,7 @@ def server_up(i):
     sh("ip", "link", "set", f"veth-{name}", "master", "rig0")
     sh("ip", "link", "set", f"veth-{name}", "up")
     sh(*in_ns(name, "sh", "-c", f"ip addr add {addr}/24 dev eth0 && ip link set eth0 up && ip link set lo up"))
-    spawn(f"{name}-dockerd", in_ns(name, "dockerd", "--host", f"unix://{docker_sock(name)}",
-                                   "--data-root", data / "docker", "--exec-root", run / "exec",
-                                   "--pidfile", run / "docker.pid", "--cgroup-parent", name,
-                                   "--bip", f"172.31.{i}.1/24"))
+    start_dockerd(i)
     host_key = data / "ssh_host_ed25519_key"
     if not host_key.exists():
         sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", host_key)
@@ -279,25 +293,40 @@ def down():
     sh("ip", "link", "del", "rig0", check=False)
 
 
-def load(port=11434, clients=4, seconds=60, turns=20000):
-    """CPU load through HAProxy's frontend: `clients` loops of /cgi-bin/burn, bounded in time."""
-    stop_at = time.monotonic() + seconds
-    counts = {"ok": 0, "failed": 0}
+class Load:
+    """CPU load through HAProxy's frontend, in background threads, bounded in time.
 
-    def loop():
+    Each client loops on /cgi-bin/burn. A paced client sleeps as long as its last
+    request took: with requests long enough to be held to the replica's CPU limit
+    (turns=200000 is about a second at 0.25 cores), that holds the replica near half
+    of its limit whatever the speed of the machine."""
+
+    def __init__(self, clients=4, turns=20000, paced=False, port=11434, seconds=900):
+        self.url = f"http://127.0.0.1:{port}/cgi-bin/burn?{turns}"
+        self.paced, self.stop_at = paced, time.monotonic() + seconds
+        self.done = threading.Event()
+        self.counts = {"ok": 0, "failed": 0}
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(clients)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self):
         with requests.Session() as s:
-            while time.monotonic() < stop_at:
+            while not self.done.is_set() and time.monotonic() < self.stop_at:
+                started = time.monotonic()
                 try:
-                    ok = s.get(f"http://127.0.0.1:{port}/cgi-bin/burn?{turns}", timeout=10).ok
+                    ok = s.get(self.url, timeout=30).ok
                 except requests.RequestException:
                     ok = False
-                counts["ok" if ok else "failed"] += 1
-    threads = [threading.Thread(target=loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return counts
+                self.counts["ok" if ok else "failed"] += 1
+                if self.paced:
+                    self.done.wait(time.monotonic() - started)
+
+    def stop(self):
+        self.done.set()
+        for t in self.threads:
+            t.join()
+        return self.counts
 
 
 def main():
@@ -311,8 +340,12 @@ def main():
         down()
         print("rig: stopped and removed")
     elif args.command == "load":
-        print(f"rig: {args.clients} clients on :11434/cgi-bin/burn for {args.seconds}s ...")
-        print("rig: requests", load(clients=args.clients, seconds=args.seconds))
+        print(f"rig: {args.clients} clients on :11434/cgi-bin/burn for {args.seconds}s; "
+              "watch http://127.0.0.1:8000/events ...")
+        load = Load(clients=args.clients, seconds=args.seconds)
+        for t in load.threads:
+            t.join()
+        print("rig: requests", load.stop())
     else:
         servers_up(args.servers)
         control = control_up(config_for(args.servers))

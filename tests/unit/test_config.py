@@ -114,3 +114,32 @@ def test_environment_variables_are_substituted(example_raw, monkeypatch):
     monkeypatch.setenv("OLLAMA_IMAGE", "ollama/ollama:0.5")
     example_raw["services"]["ollama"]["image"] = "${OLLAMA_IMAGE}"
     assert cfg.parse(example_raw)["services"]["ollama"]["image"] == "ollama/ollama:0.5"
+
+
+def schema_fields(node, path=""):
+    """Every leaf field of the schema, as dotted paths (servers[] for list items)."""
+    if "$ref" in node:
+        node = cfg.SCHEMA["$defs"][node["$ref"].split("/")[-1]]
+    if "properties" in node:
+        for key, sub in node["properties"].items():
+            yield from schema_fields(sub, f"{path}.{key}" if path else key)
+    elif isinstance(node.get("items"), dict) and "properties" in node["items"]:
+        yield from schema_fields(node["items"], path)
+    elif isinstance(node.get("additionalProperties"), dict) and "properties" in node["additionalProperties"]:
+        yield from schema_fields(node["additionalProperties"], path)
+    else:
+        yield path
+
+
+def test_configuration_reference_documents_every_field():
+    doc = (EXAMPLE.parents[1] / "docs" / "configuration.md").read_text()
+    sections = {}
+    for block in doc.split("\n## ")[1:]:
+        title, _, body = block.partition("\n")
+        sections[title.split()[0]] = body
+    missing = []
+    for field in schema_fields(cfg.SCHEMA):
+        top, _, rest = field.partition(".")
+        if f"| `{rest}` |" not in sections.get(top, ""):
+            missing.append(field)
+    assert missing == []

@@ -33,9 +33,12 @@ def cmd_serve(args):
     config = load_or_exit(args.config)
     os.environ["ALERTSCALE_CONFIG"] = os.path.abspath(args.config)
     from gunicorn.app.wsgiapp import run
+    from gunicorn.config import KNOWN_SETTINGS
     sys.argv = ["gunicorn", "--workers", "1", "--threads", str(args.threads), "--timeout", "120",
-                "--bind", args.listen or config["autoscaler"]["listen"], "--access-logfile", "-",
-                "alertscale:create_app()"]
+                "--bind", args.listen or config["autoscaler"]["listen"], "--access-logfile", "-"]
+    if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS):  # newer gunicorn: no ~/.gunicorn socket
+        sys.argv.append("--no-control-socket")
+    sys.argv.append("alertscale:create_app()")
     run()
 
 

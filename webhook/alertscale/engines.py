@@ -19,6 +19,7 @@ from . import config as cfg
 log = logging.getLogger(__name__)
 LABEL_SERVICE, LABEL_SERVER, LABEL_GENERATION = "alertscale.service", "alertscale.server", "alertscale.generation"
 TIMEOUT = 8  # seconds for any one engine call, so a lost server never holds up the others
+RETRY_AFTER = 10  # seconds an engine that failed is not asked again, so a lost server costs no API call time
 
 
 class EngineUnreachable(Exception):
@@ -77,7 +78,7 @@ class Engines:
         self.servers = {s["name"]: s for s in servers}
         self.run_dir, self.generation = run_dir, generation
         self.clients, self.forwards, self.reachable = {}, {}, {}
-        self.errors = {}
+        self.errors, self.failed_at = {}, {}
         self.locks = {name: threading.Lock() for name in self.servers}
         self.pool = ThreadPoolExecutor(max(4, len(servers)))
         atexit.register(self.close)  # no ssh forward outlives the process
@@ -101,18 +102,21 @@ class Engines:
 
     def call(self, name, fn):
         """Run fn(client) against a server, recording whether its engine answered."""
+        if time.monotonic() - self.failed_at.get(name, -RETRY_AFTER) < RETRY_AFTER:
+            raise EngineUnreachable(f"{name}: {self.errors.get(name)} (retrying within {RETRY_AFTER}s)")
         try:
             result = fn(self.client(name))
         except (EngineUnreachable, requests.exceptions.RequestException, docker.errors.DockerException) as e:
             if isinstance(e, docker.errors.APIError) and e.response is not None and e.response.status_code < 500:
                 self.reachable[name] = True
                 raise
-            self.reachable[name], self.errors[name] = False, str(e)
+            self.reachable[name], self.errors[name], self.failed_at[name] = False, str(e), time.monotonic()
             if name in self.forwards:
                 self.forwards[name].close()
             raise EngineUnreachable(f"{name}: {e}") from e
         self.reachable[name] = True
         self.errors.pop(name, None)
+        self.failed_at.pop(name, None)
         return result
 
     def list_all(self):

@@ -14,6 +14,7 @@ from .haproxy import HAProxyError
 
 log = logging.getLogger(__name__)
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+UNHEALTHY_PASSES = 3  # reconcile passes a running replica may fail HAProxy's check before it is replaced
 
 
 class ActionFailed(Exception):
@@ -69,6 +70,7 @@ class Scaler:
         self.locks = defaultdict(threading.Lock)
         self.view = {}  # service -> last observation, for /services and /metrics
         self.returned = set()  # servers whose engine came back: their replicas go first when surplus
+        self.unhealthy = defaultdict(int)  # haproxy name -> reconcile passes seen DOWN in HAProxy
 
     # observation
 
@@ -171,6 +173,17 @@ class Scaler:
         try:
             view = self.observe(service, listing)
             changed = False
+            for r in list(view["running"]):  # running, but failing its health check: replace it
+                name = r["haproxy_name"]
+                down = (view["haproxy"] or {}).get(name, {}).get("status") == "DOWN"
+                self.unhealthy[name] = self.unhealthy[name] + 1 if down else 0
+                if self.unhealthy[name] >= UNHEALTHY_PASSES:
+                    del self.unhealthy[name]
+                    r["status"] = f"DOWN in HAProxy for {UNHEALTHY_PASSES} reconcile passes"
+                    view["running"].remove(r)
+                    view["serving"].remove(r)
+                    view["per_server"][r["server"]] -= 1
+                    view["dead"].append(r)
             for r in view["dead"]:
                 self._log_event(service, "remove_dead", f"container {r['status']}", r)
                 self._unlist(service, r, view)
