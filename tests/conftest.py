@@ -64,12 +64,13 @@ class Control:
     def replicas(self, service):
         return next(s for s in self.get("/services").json()["services"] if s["name"] == service)
 
-    def wait_replicas(self, service, count, timeout=60):
-        """Wait until the service has `count` replicas serving, all of them UP in HAProxy."""
+    def wait_replicas(self, service, count, timeout=60, in_haproxy=None):
+        """Wait until the service has `count` replicas serving, UP in HAProxy (which lists in_haproxy)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             s = self.replicas(service)
-            if s["replicas"] == count and s["in_haproxy"] == count and self.haproxy_up(service) == count:
+            if s["replicas"] == count and s["in_haproxy"] == (in_haproxy or count) and \
+                    self.haproxy_up(service) == count:
                 return s
             time.sleep(0.5)
         raise AssertionError(f"{service}: not {count} replicas after {timeout}s: {s}, {self.haproxy_states(service)}")

@@ -93,7 +93,7 @@ def test_a_server_taken_away_is_replaced_on_the_others_and_its_surplus_goes_when
     rig.sh("ip", "link", "set", "veth-srv2", "down")  # a partition: srv2 is gone to the control server
     try:
         wait_until("a replacement", lambda: c.replicas("ollama")["per_server"].get("srv3") == 1, 60)
-        c.wait_replicas("ollama", 2, timeout=30)  # UP in HAProxy: srv1 and srv3; srv2's is DOWN
+        c.wait_replicas("ollama", 2, timeout=30, in_haproxy=3)  # UP: srv1's and srv3's; srv2's is DOWN
         assert "srv2" not in {r["server"] for r in c.get("/services/ollama/stats").json()["replicas"]}
         assert len(c.whoami(n=20)) == 2
         servers = {s["name"]: s for s in c.get("/servers").json()["servers"]}

@@ -152,19 +152,11 @@ def manual_scale(name, direction):
     return jsonify(status=event["result"], event=event)
 
 
-@bp.post("/services/<name>/restart")
-def restart(name):
-    """Replace every replica, one at a time."""
+@bp.post("/services/<name>/<any(restart, 'rolling-update'):action>")
+def replace_all(name, action):
+    """Restart or rolling update: replace every replica, one at a time (a rolling update after a pull)."""
     service_config(name)
-    event = scaler().replace_all(name, "restart")
-    return jsonify(status=event["result"], event=event)
-
-
-@bp.post("/services/<name>/rolling-update")
-def rolling_update(name):
-    """Replace every replica from the image as pulled now."""
-    service_config(name)
-    event = scaler().replace_all(name, "rolling_update")
+    event = scaler().replace_all(name, action.replace("-", "_"))
     return jsonify(status=event["result"], event=event)
 
 

@@ -1,0 +1,55 @@
+"""The Flask app built by create_app(): routes, auth and payload checks that reach no engine."""
+import pytest
+
+from alertscale import create_app
+
+
+@pytest.fixture
+def client(tmp_path, write_config):
+    config = {"servers": [{"name": "s1", "host": "127.0.0.1", "role": "control", "docker_host": "unix:///nonexistent"}],
+              "services": {"web": {"image": "x", "port": 18080}},
+              "load_balancer": {"runtime_socket": str(tmp_path / "haproxy.sock")},
+              "autoscaler": {"state_dir": str(tmp_path / "state")}}
+    app = create_app({"ALERTSCALE_CONFIG": str(write_config(config)), "RECONCILE": False})
+    return app.test_client(), app.config["ALERTSCALE_TOKEN"], tmp_path
+
+
+def test_token_is_created_once_with_mode_600(client):
+    _, token, tmp_path = client
+    path = tmp_path / "state" / "token"
+    assert path.read_text().strip() == token and oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_routes_answer_json(client):
+    c, _, _ = client
+    assert c.get("/").json == {"status": "ok", "service": "alertscale"}
+    assert "/services/{name}/rolling-update" in c.get("/openapi.json").json["paths"]
+    assert c.get("/nope").status_code == 404 and c.get("/nope").json["status"] == "error"
+
+
+def test_posts_need_the_token(client):
+    c, token, _ = client
+    for path in ("/alerts", "/services/web/scale/up", "/services/web/restart", "/services/web/rolling-update",
+                 "/config/reload"):
+        r = c.post(path)
+        assert r.status_code == 401 and r.json["message"].startswith("missing or wrong bearer token"), path
+    assert c.post("/alerts", headers={"Authorization": f"Bearer {token}x"}).status_code == 401
+
+
+@pytest.mark.parametrize("body,message", [
+    ("not json", "body must be JSON"),
+    ({"alerts": []}, "'version' is a required property"),
+    ({"version": "4", "alerts": [{"status": "firing", "labels": {"service": 1}}]}, "at alerts/0/labels/service"),
+])
+def test_bad_alert_payloads_are_400_with_what_is_wrong(client, body, message):
+    c, token, _ = client
+    headers = {"Authorization": f"Bearer {token}"}
+    r = c.post("/alerts", data=body, headers=headers) if isinstance(body, str) else \
+        c.post("/alerts", json=body, headers=headers)
+    assert r.status_code == 400 and message in r.json["message"], r.json
+
+
+def test_unknown_service_is_404(client):
+    c, token, _ = client
+    r = c.post("/services/nope/scale/up", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 404 and r.json["message"].startswith("unknown service 'nope'")
