@@ -53,3 +53,22 @@ def test_unknown_service_is_404(client):
     c, token, _ = client
     r = c.post("/services/nope/scale/up", headers={"Authorization": f"Bearer {token}"})
     assert r.status_code == 404 and r.json["message"].startswith("unknown service 'nope'")
+
+
+def test_injected_clock_outside_business_hours_refuses_alerts_but_not_manual_steps(tmp_path, write_config):
+    from datetime import datetime, timezone
+    saturday_noon = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc).timestamp()
+    config = {"servers": [{"name": "s1", "host": "127.0.0.1", "role": "control", "docker_host": "unix:///nonexistent"}],
+              "services": {"web": {"image": "x", "port": 18080, "business_hours_only": True}},
+              "load_balancer": {"runtime_socket": str(tmp_path / "haproxy.sock")},
+              "autoscaler": {"state_dir": str(tmp_path / "state")}}
+    app = create_app({"ALERTSCALE_CONFIG": str(write_config(config)), "RECONCILE": False,
+                      "CLOCK": lambda: saturday_noon})
+    c, headers = app.test_client(), {"Authorization": f"Bearer {app.config['ALERTSCALE_TOKEN']}"}
+    alert = {"version": "4", "alerts": [{"status": "firing", "labels": {"service": "web", "scale": "up"}}]}
+    result = c.post("/alerts", json=alert, headers=headers).json["results"][0]
+    assert result["result"] == "refused" and result["reason"].startswith("outside business hours")
+    # A manual step passes the hours check; with no engine reachable it finds no capacity.
+    manual = c.post("/services/web/scale/up", headers=headers).json
+    assert manual["status"] == "refused" and manual["event"]["reason"].startswith("no capacity")
+    assert [e["result"] for e in c.get("/events").json["events"]] == ["refused", "refused"]

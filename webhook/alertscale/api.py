@@ -3,7 +3,6 @@ import hmac
 import logging
 import os
 import secrets
-import shutil
 import sys
 import time
 from importlib import resources
@@ -186,7 +185,8 @@ def events():
         limit = int(request.args.get("limit", 100))
         assert 1 <= limit <= 1000
     except (ValueError, AssertionError):
-        raise APIError(400, f"limit: must be a whole number from 1 to 1000 (found {request.args.get('limit')!r})")
+        raise APIError(400, f"limit: must be a whole number from 1 to 1000 (found {request.args.get('limit')!r})") \
+            from None
     return jsonify(events=scaler().state.events(limit, request.args.get("service")))
 
 
@@ -199,7 +199,7 @@ def reload_config():
     except cfg.ConfigError as e:
         scaler().state.record({"time": time.time(), "action": "config_reload", "source": "manual",
                                "result": "refused", "reason": "; ".join(e.problems)})
-        raise APIError(400, "config not applied, the running one is kept: " + "; ".join(e.problems))
+        raise APIError(400, "config not applied, the running one is kept: " + "; ".join(e.problems)) from None
     backup = new["autoscaler"]["backup"]
     if backup["enabled"]:
         backup_config(current_app.config["CONFIG_TEXT"], backup["path"] or

@@ -28,10 +28,10 @@ def load(path):
         with open(path) as f:
             raw = yaml.safe_load(f)
     except OSError as e:
-        raise ConfigError([f"{path}: cannot read ({e.strerror})"])
+        raise ConfigError([f"{path}: cannot read ({e.strerror})"]) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
-        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {e.problem}"])
+        raise ConfigError([f"{path}:{mark.line + 1}:{mark.column + 1}: YAML syntax error: {e.problem}"]) from None
     return parse(raw)
 
 

@@ -123,7 +123,7 @@ class Scaler:
                              self.config["autoscaler"]["business_hours"])
             if reason is None and direction == "up":
                 server = place(svc, self.config["servers"], view["per_server"], view["containers"], view["reachable"])
-                reason = None if server else "no capacity: no reachable server has room (max_per_server, max_containers)"
+                reason = None if server else "no capacity: no reachable server has room (max_per_server/max_containers)"
             if reason is None and direction == "down":
                 victim = pick_victim(view["running"], self.returned)
                 reason = None if victim else "no replica on a reachable engine to remove"
