@@ -1,7 +1,7 @@
 """The Flask app built by create_app(): routes, auth and payload checks that reach no engine."""
 import pytest
 
-from alertscale import create_app
+from alertscale.app import create_app
 
 
 @pytest.fixture

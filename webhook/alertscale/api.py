@@ -201,7 +201,7 @@ def reload_config():
                                "result": "refused", "reason": "; ".join(e.problems)})
         raise APIError(400, "config not applied, the running one is kept: " + "; ".join(e.problems)) from None
     backup = new["autoscaler"]["backup"]
-    if backup["enabled"]:
+    if backup["enabled"]:  # the config that was running, before the new one applies
         backup_config(current_app.config["CONFIG_TEXT"], backup["path"] or
                       os.path.join(new["autoscaler"]["state_dir"], "backup"), backup["retention_days"])
     current_app.extensions["alertscale_apply"](new)
@@ -215,7 +215,7 @@ def reload_config():
 def backup_config(text, directory, retention_days):
     """Keep the config that was running, dated; drop backups older than retention_days."""
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, time.strftime("config-%Y%m%d-%H%M%S.yaml")), "w") as f:
+    with open(os.path.join(directory, time.strftime("config-%Y%m%d-%H%M%S.yaml")), "a") as f:
         f.write(text)
     for name in os.listdir(directory):
         full = os.path.join(directory, name)

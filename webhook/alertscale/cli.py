@@ -38,7 +38,7 @@ def cmd_serve(args):
                 "--bind", args.listen or config["autoscaler"]["listen"], "--access-logfile", "-"]
     if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS):  # newer gunicorn: no ~/.gunicorn socket
         sys.argv.append("--no-control-socket")
-    sys.argv.append("alertscale:create_app()")
+    sys.argv.append("alertscale.app:create_app()")
     run()
 
 
