@@ -167,17 +167,22 @@ def test_haproxy_restart_keeps_the_replicas_in_rotation(control):
     assert len(c.whoami(n=20)) == 2
 
 
+def wait_replaced(c, name, timeout):
+    """Wait until the replica `name` is gone from ollama and one replica serves again."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = [r["name"] for r in c.get("/services/ollama/stats").json()["replicas"]]
+        if names and name not in names:
+            break
+        time.sleep(1)
+    c.wait_replicas("ollama", 1)
+
+
 def test_exited_replica_is_replaced(control):
     c = control()
     victim = c.get("/services/ollama/stats").json()["replicas"][0]
     rig.docker(victim["server"], "kill", victim["name"])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        names = [r["name"] for r in c.get("/services/ollama/stats").json()["replicas"]]
-        if names and victim["name"] not in names:
-            break
-        time.sleep(1)
-    c.wait_replicas("ollama", 1)
+    wait_replaced(c, victim["name"], 30)
     assert victim["name"] not in [r["name"] for r in c.get("/services/ollama/stats").json()["replicas"]]
     assert any(e["action"] == "remove_dead" for e in c.events(service="ollama"))
 
@@ -224,9 +229,10 @@ def test_config_reload_applies_a_valid_file_and_keeps_the_old_one_otherwise(cont
     r = c.post("/config/reload")
     assert r.status_code == 200, r.text
     c.wait_replicas("ollama", 2, timeout=30)
-    backups = list((rig.DATA / "state" / "backup").glob("config-*.yaml"))
-    assert len(backups) == 1  # the config that was running, kept before the new one applied
-    assert yaml.safe_load(backups[0].read_text())["services"]["ollama"]["min_replicas"] == 1
+    # The daily copy made at start, and the config that was running, kept before the new one applied.
+    backups = sorted((rig.DATA / "state" / "backup").glob("config-*.yaml"))
+    assert len(backups) == 2
+    assert yaml.safe_load(backups[-1].read_text())["services"]["ollama"]["min_replicas"] == 1
 
 
 def test_openapi_lists_every_endpoint(control):
@@ -244,12 +250,6 @@ def test_a_replica_failing_its_health_check_is_replaced(control):
     victim = c.get("/services/ollama/stats").json()["replicas"][0]
     rig.docker(victim["server"], "exec", victim["name"], "/bin/busybox", "rm", "/www/api/tags")
     # HAProxy marks it DOWN within two checks (2 s); three reconcile passes (10 s) later it is replaced.
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        names = [r["name"] for r in c.get("/services/ollama/stats").json()["replicas"]]
-        if names and victim["name"] not in names:
-            break
-        time.sleep(1)
-    c.wait_replicas("ollama", 1)
+    wait_replaced(c, victim["name"], 60)
     event = next(e for e in c.events(service="ollama") if e["action"] == "remove_dead")
     assert event["container"] == victim["name"] and "DOWN in HAProxy" in event["reason"]

@@ -72,3 +72,21 @@ def test_injected_clock_outside_business_hours_refuses_alerts_but_not_manual_ste
     manual = c.post("/services/web/scale/up", headers=headers).json
     assert manual["status"] == "refused" and manual["event"]["reason"].startswith("no capacity")
     assert [e["result"] for e in c.get("/events").json["events"]] == ["refused", "refused"]
+
+
+def test_daily_backup_keeps_one_copy_a_day_and_drops_old_ones(tmp_path):
+    import os
+    import time
+
+    from alertscale.app import daily_backup
+    config = {"autoscaler": {"state_dir": str(tmp_path), "backup": {"enabled": True, "path": None,
+                                                                    "retention_days": 7}}}
+    daily_backup(config, "a: 1\n")
+    daily_backup(config, "a: 1\n")
+    copies = sorted((tmp_path / "backup").iterdir())
+    assert len(copies) == 1 and copies[0].read_text() == "a: 1\n"
+    week_ago = time.time() - 8 * 86400
+    os.utime(copies[0], (week_ago, week_ago))
+    daily_backup(config, "a: 2\n")
+    copies = sorted((tmp_path / "backup").iterdir())
+    assert [c.read_text() for c in copies] == ["a: 2\n"]  # a new copy; the 8-day-old one is gone

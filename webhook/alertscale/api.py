@@ -215,7 +215,8 @@ def reload_config():
 def backup_config(text, directory, retention_days):
     """Keep the config that was running, dated; drop backups older than retention_days."""
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, time.strftime("config-%Y%m%d-%H%M%S.yaml")), "a") as f:
+    name = time.strftime("config-%Y%m%d-%H%M%S-") + f"{time.time_ns() // 1000 % 1000000:06d}.yaml"
+    with open(os.path.join(directory, name), "w") as f:
         f.write(text)
     for name in os.listdir(directory):
         full = os.path.join(directory, name)
