@@ -202,11 +202,11 @@ def reload_config():
         raise APIError(400, "config not applied, the running one is kept: " + "; ".join(e.problems)) from None
     backup = new["autoscaler"]["backup"]
     if backup["enabled"]:  # the config that was running, before the new one applies
-        backup_config(current_app.config["CONFIG_TEXT"], backup["path"] or
-                      os.path.join(new["autoscaler"]["state_dir"], "backup"), backup["retention_days"])
-    current_app.extensions["alertscale_apply"](new)
+        backup_config(current_app.config["CONFIG_TEXT"], cfg.backup_dir(new), backup["retention_days"])
     with open(path) as f:
-        current_app.config["CONFIG_TEXT"] = f.read()
+        text = f.read()
+    current_app.extensions["alertscale_apply"](new, text)
+    current_app.config["CONFIG_TEXT"] = text
     scaler().state.record({"time": time.time(), "action": "config_reload", "source": "manual",
                            "result": "done", "reason": cfg.summary(new)})
     return jsonify(status="done", message=cfg.summary(new))

@@ -35,10 +35,14 @@ def setup_logging(config):
             root.addHandler(handler)
 
 
+def generation(config_text):
+    """The config generation new replicas are labelled with: a hash of config.yaml's text."""
+    return hashlib.sha256(config_text.encode()).hexdigest()[:12]
+
+
 def daily_backup(config, text):
     """Keep a dated copy of the running config at least once a day (PRD 4.2)."""
-    backup = config["autoscaler"]["backup"]
-    directory = backup["path"] or os.path.join(config["autoscaler"]["state_dir"], "backup")
+    backup, directory = config["autoscaler"]["backup"], cfg.backup_dir(config)
     copies = glob.glob(os.path.join(directory, "config-*.yaml"))
     if backup["enabled"] and time.time() - max(map(os.path.getmtime, copies), default=0) > 86400:
         backup_config(text, directory, backup["retention_days"])
@@ -59,17 +63,18 @@ def create_app(test_config=None):
     app.config.update(ALERTSCALE_TOKEN=read_or_create_token(cfg.token_file(config)), STARTED=time.time(),
                       SAMPLES={})
     metrics = Metrics()
-    generation = hashlib.sha256(app.config["CONFIG_TEXT"].encode()).hexdigest()[:12]
-    scaler = Scaler(config, Engines(config["servers"], os.path.join(state_dir, "run"), generation),
+    scaler = Scaler(config, Engines(config["servers"], os.path.join(state_dir, "run"),
+                                    generation(app.config["CONFIG_TEXT"])),
                     HAProxy(config["load_balancer"]["runtime_socket"]), State(os.path.join(state_dir, "state.db")),
                     metrics, clock=app.config.get("CLOCK", time.time))
     metrics.scaler = scaler
 
-    def apply(new):
+    def apply(new, text):
         """Switch to a validated config: new engines if the servers changed, then reconcile."""
         if new["servers"] != scaler.config["servers"]:
             old, scaler.engines = scaler.engines, Engines(new["servers"], os.path.join(state_dir, "run"))
             old.close()
+        scaler.engines.generation = generation(text)  # the label new replicas carry
         scaler.config = new
         scaler.haproxy = HAProxy(new["load_balancer"]["runtime_socket"])
         wake.set()

@@ -187,5 +187,10 @@ def token_file(config):
     return auto["token_file"] or os.path.join(auto["state_dir"], "token")
 
 
+def backup_dir(config):
+    backup = config["autoscaler"]["backup"]
+    return backup["path"] or os.path.join(config["autoscaler"]["state_dir"], "backup")
+
+
 def summary(config):
     return f"config OK: {len(config['servers'])} servers, {len(config['services'])} services"

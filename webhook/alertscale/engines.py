@@ -91,14 +91,15 @@ class Engines:
             if url.startswith("ssh://"):
                 forward = self.forwards.setdefault(name, SSHForward(url, server, self.run_dir))
                 url = "unix://" + forward.socket()
-            if name not in self.clients or self.clients[name].api.base_url != url.replace("unix://", "http+docker://"):
+            # One client per engine address; a new one only when the address changes (a new ssh forward).
+            if self.clients.get(name, (None,))[0] != url:
                 tls = None
                 if url.startswith("tcp://") and server.get("tls_cert_path"):
                     d = server["tls_cert_path"]
                     tls = docker.tls.TLSConfig(client_cert=(f"{d}/cert.pem", f"{d}/key.pem"),
                                                ca_cert=f"{d}/ca.pem", verify=True)
-                self.clients[name] = docker.DockerClient(base_url=url, timeout=TIMEOUT, tls=tls)
-            return self.clients[name]
+                self.clients[name] = (url, docker.DockerClient(base_url=url, timeout=TIMEOUT, tls=tls))
+            return self.clients[name][1]
 
     def call(self, name, fn):
         """Run fn(client) against a server, recording whether its engine answered."""
@@ -134,7 +135,6 @@ class Engines:
         bound = [b for bindings in ports.values() if bindings for b in bindings]
         return {"id": container.id, "name": container.name, "server": server,
                 "service": container.labels.get(LABEL_SERVICE), "status": container.status,
-                "image": container.labels.get("alertscale.image", ""),
                 "created": container.attrs.get("Created", ""),
                 "port": int(bound[0]["HostPort"]) if bound else None,
                 "addr": self.publish_address(server), "haproxy_name": f"{server}-{container.id[:12]}"}
@@ -187,9 +187,6 @@ class Engines:
         cache = memory.get("stats", {}).get("total_inactive_file", 0)
         return {"cpu_ns": sample.get("cpu_stats", {}).get("cpu_usage", {}).get("total_usage", 0),
                 "memory_bytes": max(0, memory.get("usage", 0) - cache), "time": time.time()}
-
-    def pull(self, name, image):
-        return self.call(name, lambda c: c.images.pull(image))
 
     def close(self):
         for forward in self.forwards.values():

@@ -37,13 +37,13 @@ class HAProxy:
 
     def servers(self, backend):
         """{server name: {addr, port, status, sessions}} of one backend."""
-        state = {}
-        for line in self.command(f"show servers state {backend}").splitlines():
+        state, answer = {}, self.command(f"show servers state {backend}")
+        for line in answer.splitlines():
             fields = line.split()
             # columns: be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ... srv_port
             if len(fields) > 18 and fields[1] == backend:
                 state[fields[3]] = {"addr": fields[4], "port": int(fields[18])}
-        if not state and "No such backend" in self.command(f"show servers state {backend}"):
+        if not state and "No such backend" in answer:
             raise HAProxyError(f"HAProxy has no backend {backend!r}: is haproxy.cfg rendered from this config?")
         for row in csv.DictReader(self.command("show stat").lstrip("# ").splitlines()):
             if row["pxname"] == backend and row["svname"] in state:

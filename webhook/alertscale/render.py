@@ -69,7 +69,6 @@ def context(config, haproxy_servers=None, tz_years=TZ_YEARS):
         "monitoring": config["monitoring"],
         "services": config["services"],
         "servers": config["servers"],
-        "control": next(s for s in config["servers"] if s["role"] == "control"),
         "webhook_url": f"http://127.0.0.1:{listen_port}/alerts",
         "alertscale_target": f"127.0.0.1:{listen_port}",
         "token_file": cfg.token_file(config),

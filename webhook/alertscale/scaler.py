@@ -186,7 +186,8 @@ class Scaler:
                     view["dead"].append(r)
             for r in view["dead"]:
                 self._log_event(service, "remove_dead", f"container {r['status']}", r)
-                self._unlist(service, r, view)
+                if r["haproxy_name"] in (view["haproxy"] or {}):  # dead: nothing left to drain
+                    self.haproxy.delete(service, r["haproxy_name"])
                 self.engines.remove(r, 0)
                 changed = True
             if view["haproxy"] is not None:
@@ -229,7 +230,7 @@ class Scaler:
                 self.returned.add(name)
         for service in list(self.config["services"]):
             self.reconcile(service, listing)
-        # A returned server keeps its preference only until one full pass found no surplus.
+        # A server whose engine came back is preferred for removal during the first pass after its return.
         self.returned = {n for n in self.returned if listing.get(n) is None}
 
     # building blocks
@@ -266,10 +267,6 @@ class Scaler:
                             replica["haproxy_name"], svc["drain_timeout"])
             self.haproxy.delete(service, replica["haproxy_name"])
         self.engines.remove(replica, svc["stop_grace"])
-
-    def _unlist(self, service, replica, view):
-        if replica["haproxy_name"] in (view["haproxy"] or {}):
-            self.haproxy.delete(service, replica["haproxy_name"])
 
     def _sync_haproxy(self, service, svc, view):
         """Add running replicas HAProxy lacks; delete HAProxy servers whose container is gone."""
